@@ -1,0 +1,32 @@
+# The two commands of the README:  `make demo` (quick ELU vs ReLU run)  and  `make test`.
+# Each creates the virtual environment on first use. Override TORCH to pick another torch build,
+# e.g. `make TORCH="torch==2.13.0" ...` (the default, a CPU build where one is on the machine).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned, so resolving the package never pulls a multi-GB CUDA build onto a CPU machine
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/irnn demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/irnn bench --out results/bench/recurrence.jsonl
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

@@ -1,0 +1,57 @@
+"""Learning-curve figures (PNG) from run directories."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from .runs import Run, differing_settings, run_label
+
+
+def group_by_setting(runs: Sequence[Run]) -> Dict[str, List[Run]]:
+    """Runs that differ only in ``seed`` share a group, labelled by their other differing settings."""
+    keys = [k for k in differing_settings(runs) if k != "seed"]
+    groups: Dict[str, List[Run]] = defaultdict(list)
+    for run in runs:
+        groups[run_label(run, keys) if keys else (runs[0].config.get("task", "run"))].append(run)
+    return dict(groups)
+
+
+def plot_runs(runs: Sequence[Run], out: Path, split: str = "test", title: str | None = None) -> Path:
+    """Metric vs epoch, one curve per setting; seeds of a setting give the mean and a min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = runs[0].metric
+    key = f"{split}_{metric}"
+    scale = 100.0 if metric == "acc" else 1.0
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label, members in sorted(group_by_setting(runs).items()):
+        curves = [np.asarray(r.series(key), dtype=float) * scale for r in members]
+        curves = [c for c in curves if len(c)]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        stack = np.stack([c[:n] for c in curves])
+        epochs = np.arange(1, n + 1)
+        mean = stack.mean(0)
+        suffix = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
+        (line,) = ax.plot(epochs, mean, marker="o" if n < 15 else None, ms=3, label=label + suffix)
+        if len(curves) > 1:
+            ax.fill_between(epochs, stack.min(0), stack.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{split} {'accuracy (%)' if metric == 'acc' else metric}")
+    ax.set_title(title or f"{runs[0].config.get('task', '')}: {split} {metric} per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
