@@ -14,6 +14,9 @@ from irnn.data.mnist import (
     to_sequences,
     train_val_split,
 )
+# The task registry first: task modules such as synthetic.py subclass tasks.Task and are
+# imported by it, so importing one of them directly must find the registry loaded.
+from irnn.data import tasks as _tasks  # noqa: E402,F401
 
 __all__ = [
     "MNIST_FILES",

@@ -20,7 +20,6 @@ whichever source it came from.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import logging
 import os
@@ -30,7 +29,6 @@ import subprocess
 import tarfile
 import tempfile
 import warnings
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -38,6 +36,14 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
+# File mechanics shared with the text loader (irnn.data.text), under this module's old names.
+from irnn.data.fetch import BadFile as _BadFile
+from irnn.data.fetch import brief as _brief
+from irnn.data.fetch import check_sha256
+from irnn.data.fetch import default_cache_dir
+from irnn.data.fetch import find_file as _find_file
+from irnn.data.fetch import install_in_cache as _install_in_cache
+from irnn.data.fetch import read_decompressed as _read_decompressed
 from irnn.errors import ConfigError, DataError
 
 __all__ = [
@@ -153,13 +159,8 @@ SEQ_LEN = 28 * 28  # one pixel per time step
 # Reading one IDX file
 # --------------------------------------------------------------------------------------------
 
-_GZIP_MAGIC = b"\x1f\x8b"
 # The IDX magic is 0x00, 0x00, a dtype code (0x08 = unsigned byte) and the number of dimensions.
 _IDX_MAGICS = {0x00000803: "images", 0x00000801: "labels"}  # 2051 and 2049
-
-
-class _BadFile(Exception):
-    """What is wrong with one file, without advice: each caller knows what the user should do."""
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -179,22 +180,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         return _parse_idx(_read_decompressed(path), path)
     except _BadFile as bad:
         raise DataError(f"{bad}; replace it with an intact copy of the file") from None
-
-
-def _read_decompressed(path: Path) -> bytes:
-    """The file's raw content, gunzipped if it starts with the gzip magic bytes."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise _BadFile(f"{path} does not exist") from None
-    except OSError as e:
-        raise _BadFile(f"cannot read {path} ({e.strerror or e})") from None
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:  # bad header, CRC error, truncated stream
-            raise _BadFile(f"{path} is a corrupt or truncated gzip file ({e})") from None
-    return data
 
 
 def _parse_idx(data: bytes, path: Path) -> np.ndarray:
@@ -235,11 +220,7 @@ def _read_verified(path: Path, expected: IdxFile) -> tuple[np.ndarray, bytes]:
         raise _BadFile(
             f"{path} holds shape {array.shape}, expected {expected.shape} (a different file?)"
         )
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != expected.sha256:
-        raise _BadFile(
-            f"{path} fails its checksum: raw SHA-256 is {digest}, expected {expected.sha256}"
-        )
+    check_sha256(raw, expected.sha256, path)
     return array, raw
 
 
@@ -257,15 +238,6 @@ class MnistArrays:
     test_images: np.ndarray  # (10000, 28, 28)
     test_labels: np.ndarray  # (10000,)
     source: str  # e.g. "cache /home/me/.cache/irnn/mnist"
-
-
-def default_cache_dir() -> Path:
-    """The irnn cache root: ``$IRNN_CACHE`` if set, else ``~/.cache/irnn``.
-
-    Datasets live in subfolders, e.g. ``<cache>/mnist`` and ``<cache>/fashion-mnist``.
-    """
-    env = os.environ.get("IRNN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "irnn"
 
 
 def load_mnist(
@@ -305,14 +277,6 @@ def load_mnist(
 
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return _load_cached_or_fetched(cache_root / _SUBDIRS[variant], variant, download, progress)
-
-
-def _find_file(folder: Path, stem: str) -> Path | None:
-    """The raw file if present, else the .gz, else None."""
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _load_named_dir(root: Path, variant: str, origin: str) -> MnistArrays:
@@ -427,35 +391,6 @@ def _load_from_cache(cache: Path, files: dict[str, IdxFile]) -> dict[str, np.nda
     return arrays
 
 
-def _install_in_cache(cache: Path, stem: str, raw: bytes) -> None:
-    """Store verified raw bytes as cache/stem atomically, so readers never see half a file."""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=cache)
-    except OSError as e:
-        # The data is already in memory; only later loads lose out, so warn instead of failing.
-        warnings.warn(
-            f"cannot write to cache folder {cache} ({e.strerror or e}); set IRNN_CACHE to a "
-            f"writable folder to avoid fetching {stem} again",
-            stacklevel=4,
-        )
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; public data, so a shared cache works
-        os.replace(tmp, cache / stem)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    stale_gz = cache / f"{stem}.gz"  # keep one copy per file; the raw one is checked first anyway
-    with contextlib.suppress(OSError):
-        stale_gz.unlink()
-
-
 def _assemble(arrays: dict[str, np.ndarray], source: str, name: str) -> MnistArrays:
     log.info("loaded %s from %s", name, source)
     return MnistArrays(**{_FIELDS[stem]: array for stem, array in arrays.items()}, source=source)
@@ -509,12 +444,6 @@ def _download_from_mirrors(variant: str, stems: list, workdir: Path, progress: b
             got[stem] = Path(path)
             break
     return got, [f"{mirror} failed ({error})" for mirror, error in first_error.items()]
-
-
-def _brief(error: Exception, limit: int = 160) -> str:
-    """An exception as one short line (HTTP library messages can run to several hundred chars)."""
-    text = f"{type(error).__name__}: {error}".splitlines()[0]
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _fetch_npm(variant: str, stems: list, workdir: Path, progress: bool):

@@ -42,9 +42,14 @@ class Task:
     name = "task"
     metric = "acc"  # key suffix in metrics.jsonl
     higher_is_better = True
+    # Metric values that `irnn compare` / `irnn report` time the first reaching of (epochs and
+    # seconds); recorded in the run's resolved info so that reports need not import the task.
+    thresholds: Tuple[float, ...] = ()
     per_step = False
     input_size = 1
     output_size = 10
+    unit = "seq"  # what a split's items are: progress bars and the `<unit>_per_sec` epoch record
+    default_eval_batch_size = 1000  # when --eval-batch-size is not given
 
     def __init__(self, config):
         self.config = config
@@ -70,7 +75,19 @@ class Task:
         for start in range(0, len(x), batch_size):
             yield x[start:start + batch_size], y[start:start + batch_size]
 
+    def batch_items(self, x: torch.Tensor) -> int:
+        """How many items (``unit``) batch ``x`` holds: the trainer weights losses and throughput by it."""
+        return len(x)
+
     # -- model and scoring ----------------------------------------------------
+    def forward(self, model: nn.Module, x: torch.Tensor, state=None):
+        """Run the model on one batch; return ``(output, state)``.
+
+        ``state`` is carried from batch to batch within an epoch (and detached by the trainer
+        between batches): language models use it for truncated BPTT; other tasks ignore it.
+        """
+        return model(x), None
+
     def make_model(self) -> nn.Module:
         from ..models.sequence import SequenceModel, make_recurrent
 
@@ -89,6 +106,10 @@ class Task:
         pred = output.argmax(-1)
         return float((pred == target).sum()), target.numel()
 
+    def metric_value(self, total: float, count: int) -> float:
+        """Turn a summed metric into the reported value (the mean by default; perplexity overrides)."""
+        return total / max(count, 1)
+
     def format_metric(self, value: float) -> str:
         return f"{100 * value:.2f}%" if self.metric == "acc" else f"{value:.4f}"
 
@@ -99,8 +120,11 @@ class SequentialMNIST(Task):
     name = "smnist"
     variant = "mnist"
     permuted = False
+    thresholds = (0.90, 0.95, 0.97)
 
     def setup(self) -> None:
+        if self.config.seq_len is not None:
+            raise ConfigError(f"--seq-len does not apply to {self.name} (its length is 784 / --pixels-per-step)")
         self.input_size = self.config.pixels_per_step
 
     def load(self) -> TaskData:
@@ -138,11 +162,32 @@ class SequentialMNIST(Task):
 class PermutedMNIST(SequentialMNIST):
     name = "pmnist"
     permuted = True
+    thresholds = (0.80, 0.85, 0.90)  # Le et al. 2015 report 82% for the IRNN
 
+
+class SequentialFashionMNIST(SequentialMNIST):
+    """Fashion-MNIST through the sequential-MNIST pipeline (same sizes, splits and options)."""
+
+    name = "sfmnist"
+    variant = "fashion"
+    thresholds = (0.80, 0.85, 0.90)
+
+
+# Generated and language-modelling tasks live in their own modules; they import Task from here,
+# so they are imported last.
+from .synthetic import AddingTask, CopyTask  # noqa: E402
+from .lm import LanguageModelTask  # noqa: E402
 
 TASKS: Dict[str, Callable[..., Task]] = {
     "smnist": SequentialMNIST,
     "pmnist": PermutedMNIST,
+    "sfmnist": SequentialFashionMNIST,
+    "adding": AddingTask,
+    "copy": CopyTask,
+    "ptb-word": LanguageModelTask,
+    "ptb-char": LanguageModelTask,
+    "shakespeare": LanguageModelTask,
+    "text:PATH": LanguageModelTask,  # any text file: --task text:corpus.txt
 }
 TASK_NAMES = tuple(TASKS)
 
@@ -150,7 +195,7 @@ TASK_NAMES = tuple(TASKS)
 def make_task(config) -> Task:
     """The task named by ``config.task``."""
     try:
-        cls = TASKS[config.task]
+        cls = TASKS["text:PATH" if config.task.startswith("text:") else config.task]
     except KeyError:
         raise ConfigError(f"unknown task {config.task!r}; choose one of {', '.join(TASK_NAMES)}") from None
     return cls(config)

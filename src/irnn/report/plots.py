@@ -20,15 +20,23 @@ def group_by_setting(runs: Sequence[Run]) -> Dict[str, List[Run]]:
     return dict(groups)
 
 
-def plot_runs(runs: Sequence[Run], out: Path, split: str = "test", title: str | None = None) -> Path:
-    """Metric vs epoch, one curve per setting; seeds of a setting give the mean and a min-max band."""
+def plot_runs(runs: Sequence[Run], out: Path, split: str = "test", title: str | None = None,
+              metric: str | None = None) -> Path:
+    """Metric vs epoch, one curve per setting; seeds of a setting give the mean and a min-max band.
+
+    ``metric`` picks another recorded quantity than the task's metric (e.g. ``"loss"``). A baseline
+    the task recorded for the plotted key is drawn as a dashed line; error-like quantities (lower
+    is better) get a log axis, where small differences near zero matter.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    metric = runs[0].metric
+    metric = metric or runs[0].metric
     key = f"{split}_{metric}"
+    lower_is_better = metric == "loss" or (metric == runs[0].metric and not runs[0].higher_is_better)
     scale = 100.0 if metric == "acc" else 1.0
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for label, members in sorted(group_by_setting(runs).items()):
@@ -44,6 +52,12 @@ def plot_runs(runs: Sequence[Run], out: Path, split: str = "test", title: str | 
         (line,) = ax.plot(epochs, mean, marker="o" if n < 15 else None, ms=3, label=label + suffix)
         if len(curves) > 1:
             ax.fill_between(epochs, stack.min(0), stack.max(0), color=line.get_color(), alpha=0.2)
+    baselines = {r.resolved.get("baseline", {}).get(key) for r in runs}
+    if len(baselines) == 1 and None not in baselines:
+        ax.axhline(baselines.pop() * scale, color="0.4", ls="--", lw=1, label="baseline (no learning)")
+    if lower_is_better and all(v > 0 for r in runs for v in r.series(key)):
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"{split} {'accuracy (%)' if metric == 'acc' else metric}")
     ax.set_title(title or f"{runs[0].config.get('task', '')}: {split} {metric} per epoch")

@@ -10,7 +10,22 @@ from typing import Dict, List, Sequence
 from ..errors import RunDirError
 
 # Settings that never distinguish one experiment from another in a label.
-_NOT_A_SETTING = {"data_dir", "tensorboard", "threads", "eval_batch_size", "device"}
+_NOT_A_SETTING = {"data_dir", "tensorboard", "threads", "eval_batch_size", "device", "diagnose_at"}
+# Options only the IRNN layer reads: they say nothing about an LSTM, GRU or tanh-RNN run.
+IRNN_ONLY = ("act", "act_param", "recurrent_init", "recurrent_gain", "input_init")
+
+
+def experiment_settings(config: Dict) -> Dict:
+    """The settings that make a run what it is (a ``config.json`` "config" mapping, or part of one).
+
+    Leaves out how and where it ran (threads, device, data folder, ...) and, for models other
+    than the IRNN, the IRNN-only options, so that two LSTM runs that differ only in ``act`` count
+    as the same experiment.
+    """
+    drop = set(_NOT_A_SETTING)
+    if config.get("model", "irnn") != "irnn":
+        drop.update(IRNN_ONLY)
+    return {k: v for k, v in config.items() if k not in drop}
 
 
 @dataclass
@@ -67,13 +82,21 @@ def load_runs(paths: Sequence) -> List[Run]:
 
 
 def differing_settings(runs: Sequence[Run]) -> List[str]:
-    """Config keys whose values differ between the runs (what a label must show)."""
-    keys = sorted({k for r in runs for k in r.config} - _NOT_A_SETTING)
-    return [k for k in keys if len({json.dumps(r.config.get(k)) for r in runs}) > 1]
+    """Config keys whose values differ between the runs (what a label must show).
+
+    Among runs an option applies to: ``act`` differs between two IRNNs, not between an IRNN and an LSTM.
+    """
+    settings = [experiment_settings(r.config) for r in runs]
+    keys = sorted({k for s in settings for k in s})
+    return [k for k in keys if len({json.dumps(s[k]) for s in settings if k in s}) > 1]
 
 
 def run_label(run: Run, keys: Sequence[str]) -> str:
-    """``act=elu seed=1``-style label from the differing settings (the folder name if none differ)."""
+    """``act=elu seed=1``-style label from the differing settings (the folder name if none differ).
+
+    Options that do not apply to the run (``act`` of an LSTM) are left out.
+    """
     if not keys:
         return run.path.name
-    return " ".join(f"{k}={run.config.get(k)}" for k in keys)
+    settings = experiment_settings(run.config)
+    return " ".join(f"{k}={settings[k]}" for k in keys if k in settings)

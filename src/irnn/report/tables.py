@@ -2,11 +2,45 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Dict, List, Optional, Sequence
 
 from .runs import Run, differing_settings, run_label
 
+# For runs recorded before tasks declared their thresholds (see ``Task.thresholds``).
 DEFAULT_THRESHOLDS = {"acc": (0.90, 0.95, 0.97)}
+
+
+def default_thresholds(run: Run) -> Sequence[float]:
+    """The thresholds the run's task declared when it was trained, else the metric's defaults."""
+    if "thresholds" in run.resolved:
+        return tuple(run.resolved["thresholds"])
+    return DEFAULT_THRESHOLDS.get(run.metric, ())
+
+
+def format_value(metric: str, value: Optional[float]) -> str:
+    """A metric value as tables show it: accuracies in percent, anything else to four decimals."""
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}" if metric == "acc" else f"{value:.4f}"
+
+
+def baseline_lines(runs: Sequence[Run]) -> List[str]:
+    """One line per distinct baseline the runs' tasks recorded (what a model that learned nothing scores)."""
+    lines: List[str] = []
+    for run in runs:
+        baseline = run.resolved.get("baseline")
+        if not baseline:
+            continue
+        scores = []
+        for key, value in sorted(baseline.items()):
+            if key != "description":  # the others are "<split>_<metric>" keys, e.g. test_mse
+                metric = key.split("_", 1)[1]
+                scores.append(f"{key.replace('_', ' ')} {format_value(metric, value)}{'%' if metric == 'acc' else ''}")
+        line = f"baseline ({baseline.get('description', 'no learning')}): {', '.join(scores)}"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def summarize_run(run: Run, thresholds: Sequence[float] = ()) -> Dict:
@@ -31,6 +65,8 @@ def summarize_run(run: Run, thresholds: Sequence[float] = ()) -> Dict:
     for t in thresholds:
         reached = [r for r in recs if (r[f"test_{m}"] >= t if run.higher_is_better else r[f"test_{m}"] <= t)]
         out[f"epochs_to_{t:g}"] = reached[0]["epoch"] if reached else None
+        # wall time until the end of that epoch (training and evaluation)
+        out[f"seconds_to_{t:g}"] = sum(r["seconds"] for r in recs[:reached[0]["epoch"]]) if reached else None
     return out
 
 
@@ -40,9 +76,9 @@ def compare_table(runs: Sequence[Run], thresholds: Optional[Sequence[float]] = N
         return "(no runs)"
     m = runs[0].metric
     if thresholds is None:
-        thresholds = DEFAULT_THRESHOLDS.get(m, ())
+        thresholds = default_thresholds(runs[0])
     keys = differing_settings(runs)
-    pct = (lambda v: "-" if v is None else f"{100 * v:.2f}") if m == "acc" else (lambda v: "-" if v is None else f"{v:.4f}")
+    pct = functools.partial(format_value, m)
     unit = " (%)" if m == "acc" else ""
     head = ["run", "epochs", f"final test {m}{unit}", f"test {m} at best val{unit}", f"best test {m}{unit} (epoch)"]
     head += [f"epochs to {pct(t)}" for t in thresholds] + ["time (s)"]
@@ -59,4 +95,7 @@ def compare_table(runs: Sequence[Run], thresholds: Optional[Sequence[float]] = N
         rows.append(row)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    baselines = baseline_lines(runs)
+    if baselines:
+        lines += [""] + baselines
     return "\n".join(lines)

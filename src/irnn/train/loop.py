@@ -75,9 +75,12 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     task = make_task(config)
     data = task.load()
     model = task.make_model().to(device)
-    optimizer = make_optimizer(config, model.parameters())
+    optimizer = make_optimizer(config, model.parameters(), model=model)
     scheduler = make_scheduler(config, optimizer, task.higher_is_better)
     order_gen = torch.Generator().manual_seed(config.seed)
+    from ..diagnostics import training_diagnostics  # late import: diagnostics read run directories
+
+    diagnose = training_diagnostics(config, task, data, out, log)  # None without --diagnose-at
     history: List[Dict] = []
     rollbacks = 0
     best = None
@@ -111,7 +114,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
         log(f"{out}: all {config.epochs} epochs already done")
     log(f"{task.name}: {config.model} {_model_label(config)} h={config.hidden}x{config.layers}, "
         f"{sum(p.numel() for p in model.parameters()):,} parameters, {len(data.train[0]):,} train / "
-        f"{len(data.val[0]):,} val / {len(data.test[0]):,} test sequences, {torch.get_num_threads()} threads")
+        f"{len(data.val[0]):,} val / {len(data.test[0]):,} test {task.unit}, {torch.get_num_threads()} threads")
     run_start = time.time()
     epoch = start_epoch
     while epoch <= config.epochs:
@@ -144,13 +147,15 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
         scheduler.step(val_metric if math.isfinite(val_metric) else (-math.inf if task.higher_is_better else math.inf))
         record.update(grad_norm=stats["grad_norm"], grad_norm_max=stats["grad_norm_max"],
                       seconds=time.time() - t0, train_seconds=train_seconds,
-                      seq_per_sec=len(data.train[0]) / max(train_seconds, 1e-9), rollbacks=rollbacks)
+                      rollbacks=rollbacks, **{f"{task.unit}_per_sec": stats["items"] / max(train_seconds, 1e-9)})
         history.append(record)
         improved = best is None or (val_metric > best if task.higher_is_better else val_metric < best)
         if improved:
             best = val_metric
             buf = _state_bytes(model)
             atomic_write_bytes(out / BEST_FILE, buf)
+        if diagnose is not None:  # before the checkpoint: a run killed in between redoes both
+            diagnose(epoch, model)
         save_checkpoint(ckpt_path, snapshot())
         _write_metrics(out, history)
         if writer is not None:
@@ -167,19 +172,23 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     return history
 
 
-def evaluate(task: Task, model: torch.nn.Module, split, batch_size: int, device) -> tuple:
-    """Mean loss and metric of ``model`` on ``split`` (no gradients, no per-step storage)."""
+def evaluate(task: Task, model: torch.nn.Module, split, batch_size: Optional[int], device) -> tuple:
+    """Mean loss and metric of ``model`` on ``split`` (no gradients, no per-step storage).
+
+    ``batch_size`` None means the task's default (``--eval-batch-size`` left unset)."""
+    batch_size = batch_size or task.default_eval_batch_size
     model.eval()
     loss_sum, metric_sum, count, items = 0.0, 0.0, 0, 0
+    state = None
     with torch.no_grad():
         for x, y in task.eval_batches(split, batch_size):
             x, y = x.to(device), y.to(device)
-            output = model(x)
-            n = len(x)
+            output, state = task.forward(model, x, state)
+            n = task.batch_items(x)
             loss_sum += float(task.loss(output, y)) * n
             m, c = task.metric_sum(output, y)
             metric_sum, count, items = metric_sum + m, count + c, items + n
-    return loss_sum / max(items, 1), metric_sum / max(count, 1)
+    return loss_sum / max(items, 1), task.metric_value(metric_sum, count)
 
 
 def _train_epoch(task, model, optimizer, split, config, order_gen, device, desc, progress) -> Optional[Dict]:
@@ -189,12 +198,13 @@ def _train_epoch(task, model, optimizer, split, config, order_gen, device, desc,
     loss_sum, metric_sum, count, items = 0.0, 0.0, 0, 0
     norms = []
     max_norm = config.clip if config.clip > 0 else math.inf
-    bar = tqdm(total=n_total, desc=desc, unit="seq", leave=False, disable=not progress or None, dynamic_ncols=True)
+    bar = tqdm(total=n_total, desc=desc, unit=task.unit, leave=False, disable=not progress or None, dynamic_ncols=True)
+    state = None
     try:
         for x, y in task.train_batches(split, config.batch_size, order_gen):
             x, y = x.to(device), y.to(device)
             optimizer.zero_grad(set_to_none=True)
-            output = model(x)
+            output, state = task.forward(model, x, _detach(state))
             loss = task.loss(output, y)
             if not torch.isfinite(loss):
                 return None
@@ -203,17 +213,27 @@ def _train_epoch(task, model, optimizer, split, config, order_gen, device, desc,
             if not math.isfinite(norm):
                 return None
             optimizer.step()
-            n = len(x)
+            n = task.batch_items(x)
             norms.append(norm)
             loss_sum += loss.item() * n
             m, c = task.metric_sum(output.detach(), y)
             metric_sum, count, items = metric_sum + m, count + c, items + n
             bar.update(n)
-            bar.set_postfix(loss=f"{loss_sum / items:.4f}", **{task.metric: task.format_metric(metric_sum / count)})
+            bar.set_postfix(loss=f"{loss_sum / items:.4f}",
+                            **{task.metric: task.format_metric(task.metric_value(metric_sum, count))})
     finally:
         bar.close()
-    return {"loss": loss_sum / items, "metric": metric_sum / count,
-            "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms))}
+    return {"loss": loss_sum / items, "metric": task.metric_value(metric_sum, count),
+            "grad_norm": float(np.mean(norms)), "grad_norm_max": float(np.max(norms)), "items": items}
+
+
+def _detach(state):
+    """Cut the graph between batches (truncated BPTT); states may be tensors or tuples of them."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return type(state)(_detach(s) for s in state)
 
 
 def _check_run_dir(out: Path, config: TrainConfig, resume: bool) -> None:
@@ -242,6 +262,7 @@ def _config_record(config: TrainConfig, task: Task, info: Dict, model) -> Dict:
         "config": config.to_dict(),
         "resolved": {
             "task": task.name, "metric": task.metric, "higher_is_better": task.higher_is_better,
+            "thresholds": list(task.thresholds),
             "activation": act.describe(), "threads": torch.get_num_threads(),
             "recurrence_backend": resolve_backend(probe, act) if config.model == "irnn" else "torch",
             "parameters": sum(p.numel() for p in model.parameters()), **info,
@@ -280,7 +301,7 @@ def _epoch_line(task: Task, r: Dict, epochs: int, eta: float) -> str:
     m = task.metric
     return (f"epoch {r['epoch']}/{epochs}  loss {r['train_loss']:.4f}  train {task.format_metric(r[f'train_{m}'])}  "
             f"val {task.format_metric(r[f'val_{m}'])}  test {task.format_metric(r[f'test_{m}'])}  "
-            f"lr {r['lr']:.3g}  |g| {r['grad_norm']:.3g}  {r['seconds']:.1f}s ({r['seq_per_sec']:.0f} seq/s)  "
+            f"lr {r['lr']:.3g}  |g| {r['grad_norm']:.3g}  {r['seconds']:.1f}s ({r[f'{task.unit}_per_sec']:.0f} {task.unit}/s)  "
             f"ETA {_duration(eta)}")
 
 
