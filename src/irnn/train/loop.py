@@ -86,26 +86,30 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
     best = None
 
     ckpt_path = out / CHECKPOINT_FILE
-    if resume:
-        state = load_checkpoint(ckpt_path)
+
+    def snapshot() -> Dict:
+        """Everything a resumed or rolled-back run needs to continue exactly."""
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "order_gen": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": history, "rollbacks": rollbacks, "best": best, "config": config.to_dict()}
+
+    def restore(state: Dict) -> None:
+        """Put model, optimizer, schedule and RNGs back as a checkpoint holds them."""
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         order_gen.set_state(state["order_gen"])
         torch.set_rng_state(state["torch_rng"])
+
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        restore(state)
         history, rollbacks, best = state["history"], state["rollbacks"], state["best"]
         log(f"resuming {out} after epoch {len(history)}")
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / CONFIG_FILE, _config_record(config, task, data.info, model))
         _write_metrics(out, history)
-
-    def snapshot() -> Dict:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "order_gen": order_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "history": history, "rollbacks": rollbacks, "best": best, "config": config.to_dict()}
-
-    if not resume:
         save_checkpoint(ckpt_path, snapshot())  # the state a rollback in epoch 1 returns to
 
     writer = _tensorboard_writer(out) if config.tensorboard else None
@@ -127,12 +131,7 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
                 raise TrainingDiverged(
                     f"loss became non-finite in epoch {epoch} again after {config.max_rollbacks} rollback(s); "
                     f"epochs 1-{epoch - 1} are kept in {out}; try a lower --lr or a tighter --clip")
-            state = load_checkpoint(ckpt_path)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            order_gen.set_state(state["order_gen"])
-            torch.set_rng_state(state["torch_rng"])
+            restore(load_checkpoint(ckpt_path))
             new_lr = set_lr(optimizer, factor=config.lr_factor)
             log(f"epoch {epoch}: non-finite loss; rolled back to the end of epoch {epoch - 1} "
                 f"and lowered the learning rate to {new_lr:.3g} (rollback {rollbacks}/{config.max_rollbacks})")
