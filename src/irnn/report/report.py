@@ -119,8 +119,8 @@ def settings_table(section: Section) -> Tuple[List[str], List[List[str]]]:
     """Header and rows of a section's table (mean ± std over seeds)."""
     m, unit = section.metric, " (%)" if section.metric == "acc" else ""
     metric_fmt = functools.partial(format_metric, m)
-    head = ["setting", "seeds", "epochs", f"final test {m}{unit}", f"test {m} at best val{unit}",
-            f"best test {m}{unit}"]
+    head = ["setting", "seeds", "epochs", f"best val {m}{unit}", f"final test {m}{unit}",
+            f"test {m} at best val{unit}", f"best test {m}{unit}"]
     head += [f"to {format_metric(m, t)}{'%' if m == 'acc' else ''}: epochs / seconds" for t in section.thresholds]
     head.append("total time (s)")
     rows = []
@@ -130,7 +130,7 @@ def settings_table(section: Section) -> Tuple[List[str], List[List[str]]]:
             rows.append([s.label, str(n)] + ["-"] * (len(head) - 2))
             continue
         row = [s.label, str(n), format_spread(s.values("epochs"), format_count)]
-        for key in (f"final_test_{m}", f"test_{m}_at_best_val", f"best_test_{m}"):
+        for key in (f"best_val_{m}", f"final_test_{m}", f"test_{m}_at_best_val", f"best_test_{m}"):
             row.append(format_spread(s.values(key), metric_fmt) if s.values(key) else "-")
         for t in section.thresholds:
             epochs, seconds = s.values(f"epochs_to_{t:g}"), s.values(f"seconds_to_{t:g}")

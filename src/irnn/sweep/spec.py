@@ -93,28 +93,30 @@ class SweepSpec:
         swept = self.swept_options()
         planned: List[PlannedRun] = []
         seen: Dict[str, str] = {}  # settings (as JSON) -> run name, to refuse duplicates
-        for variant in self.variants or [{}]:
-            for combo in itertools.product(*self.grid.values()):
-                values = {**self.base, **variant, **dict(zip(self.grid, combo))}
-                for seed in self.seeds:
-                    config = TrainConfig(**values, seed=seed)
-                    name = run_name(config, swept)
-                    try:
-                        config.validate()
-                        make_task(config)  # the task's own checks, e.g. a minimum --seq-len
-                    except IrnnError as exc:
-                        raise ConfigError(f"{self.source}: run {name}: {exc}") from None
-                    key = json.dumps(experiment_settings(config.to_dict()), sort_keys=True)
-                    if key in seen:
-                        irnn_only = [k for k in swept if k in IRNN_ONLY]
-                        hint = (f"; {', '.join(irnn_only)} only apply to model irnn: sweep them in [[variants]] "
-                                "with model = \"irnn\"" if irnn_only and config.model != "irnn" else "")
-                        raise ConfigError(f"{self.source}: runs {seen[key]} and {name} have the same settings{hint}")
-                    if name in seen.values():
-                        raise ConfigError(f"{self.source}: two runs would share the directory {name}; "
-                                          "make the swept values differ in letters and digits")
-                    seen[key] = name
-                    planned.append(PlannedRun(name, self.out / name, config))
+        # Seed-major order: every setting's first seed comes before any second seed, so a sweep cut
+        # short (or still running) already holds complete comparisons, one seed deep.
+        settings = [{**self.base, **variant, **dict(zip(self.grid, combo))}
+                    for variant in self.variants or [{}] for combo in itertools.product(*self.grid.values())]
+        for seed in self.seeds:
+            for values in settings:
+                config = TrainConfig(**values, seed=seed)
+                name = run_name(config, swept)
+                try:
+                    config.validate()
+                    make_task(config)  # the task's own checks, e.g. a minimum --seq-len
+                except IrnnError as exc:
+                    raise ConfigError(f"{self.source}: run {name}: {exc}") from None
+                key = json.dumps(experiment_settings(config.to_dict()), sort_keys=True)
+                if key in seen:
+                    irnn_only = [k for k in swept if k in IRNN_ONLY]
+                    hint = (f"; {', '.join(irnn_only)} only apply to model irnn: sweep them in [[variants]] "
+                            "with model = \"irnn\"" if irnn_only and config.model != "irnn" else "")
+                    raise ConfigError(f"{self.source}: runs {seen[key]} and {name} have the same settings{hint}")
+                if name in seen.values():
+                    raise ConfigError(f"{self.source}: two runs would share the directory {name}; "
+                                      "make the swept values differ in letters and digits")
+                seen[key] = name
+                planned.append(PlannedRun(name, self.out / name, config))
         return planned
 
 
