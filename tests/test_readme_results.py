@@ -26,4 +26,4 @@ def test_readme_results_rows_equal_the_regenerated_report(tmp_path):
         for row in rows:
             assert row in report_rows, (
                 f"README row not in the report regenerated from {' '.join(run_dirs)}:\n{row}\n"
-                f"regenerate with: irnn report {' '.join(run_dirs)} -o {run_dirs[0]}/report, and copy its rows")
+                f"regenerate the report with: irnn report {' '.join(run_dirs)} -o DIR, and copy its rows")
