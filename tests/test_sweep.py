@@ -53,7 +53,9 @@ model = "lstm"
     runs = spec.runs()
     assert len(runs) == 2 * 2 * 2
     names = [r.name for r in runs]
-    assert names[:2] == ["model=irnn__act=elu__lr=0.001__seed=0", "model=irnn__act=elu__lr=0.001__seed=1"]
+    # seed-major: every setting's seed 0 before any seed 1
+    assert names[:2] == ["model=irnn__act=elu__lr=0.001__seed=0", "model=irnn__act=elu__lr=0.0001__seed=0"]
+    assert [r.config.seed for r in runs] == [0, 0, 0, 0, 1, 1, 1, 1]
     assert "model=lstm__lr=0.0001__seed=1" in names  # act means nothing to an LSTM: not in its name
     run = runs[-1]
     assert run.path == tmp_path / "runs" / run.name
