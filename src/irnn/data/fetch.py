@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import sys
 import tarfile
 import tempfile
 import warnings
@@ -225,6 +226,11 @@ def resolve_files(
         if problems or source.label not in used:
             tried.append(f"{source.label}: {'; '.join(problems) or 'provided nothing'}")
         missing = [name for name in names if name not in files]
+        if problems and missing and progress:
+            # Say so as it happens: the download library's own "Downloading ..." lines would
+            # otherwise read as success before the next source is tried.
+            print(f"irnn: {source.label} failed ({'; '.join(problems)[:200]}); trying the next source",
+                  file=sys.stderr)
 
     if not download:
         tried.append("download: skipped (download=False)")
