@@ -1,6 +1,6 @@
 # The two commands of the README:  `make demo` (quick ELU vs ReLU run)  and  `make test`.
-# Each creates the virtual environment on first use. Override TORCH to pick another torch build,
-# e.g. `make TORCH="torch==2.13.0" ...` (the default, a CPU build where one is on the machine).
+# Each creates the virtual environment on first use. TORCH (passed to pip as it is) picks the torch
+# build; the default is a CPU build where one is on the machine (see the README).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned, so resolving the package never pulls a multi-GB CUDA build onto a CPU machine
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
