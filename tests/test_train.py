@@ -140,3 +140,15 @@ def test_resume_refuses_other_settings_and_missing_runs(tmp_path):
     train(cfg, out2, progress=False, log=lambda s: None)
     history = train(cfg.replace(epochs=2), out2, resume=True, progress=False, log=lambda s: None)
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_tensorboard_event_files_hold_the_epoch_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(TrainConfig(act="elu", tensorboard=True, **dict(QUICK, epochs=2, limit_train=300, limit_test=100)), out,
+          progress=False, log=lambda s: None)
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val_acc")] == [1, 2]
+    assert [e.value for e in events.Scalars("val_acc")] == pytest.approx([r["val_acc"] for r in read_metrics(out)])
