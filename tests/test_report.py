@@ -135,6 +135,32 @@ def test_diagnostics_figures_are_included(sweep, tmp_path):
     assert (tmp_path / "out" / "figures" / "diagnostics" / "smnist-act-relu-model-irnn" / "grad_norm.png").exists()
 
 
+def fake_diagnostics(run_dir, dead_by_epoch, grad_ratio, radius=1.0, steps=5):
+    """``diagnostics/epoch_NNN.json`` records with chosen numbers (top layer only matters)."""
+    diag = run_dir / "diagnostics"
+    diag.mkdir()
+    for epoch, dead in dead_by_epoch.items():
+        layer = {"dead_fraction": dead, "grad_norm_first_over_last": grad_ratio, "spectral_radius": radius,
+                 "grad_norm": list(np.geomspace(grad_ratio, 1.0, steps))}
+        (diag / f"epoch_{epoch:03d}.json").write_text(json.dumps({"epoch": epoch, "loss": 1.0, "layers": [layer]}))
+
+
+def test_diagnostics_are_compared_across_settings_over_seeds(sweep, tmp_path):
+    for seed in range(3):
+        fake_diagnostics(sweep / f"elu-{seed}", {1: 0.0, 4: 0.0}, grad_ratio=1.0 + seed)
+    for seed in (0, 2):  # relu-1 has no diagnostics: it is left out, not counted as zero
+        fake_diagnostics(sweep / f"relu-{seed}", {1: 0.4 + 0.1 * seed, 2: 0.5, 4: 0.5 + 0.1 * seed}, grad_ratio=0.01,
+                         radius=1.1)
+    md = write_report([sweep], tmp_path / "out")[0].read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| act=")]
+    # epochs compared: those every seed of every setting has (1 and 4, not relu's 2)
+    assert "| act=elu model=irnn | 1 | 3 | 0 ± 0 | 2 ± 1 | 1.000 ± 0.000 |" in rows
+    assert "| act=relu model=irnn | 4 | 2 | 60 ± 14 | 0.01 ± 0 | 1.100 ± 0.000 |" in rows
+    assert not any(row.startswith("| act=relu model=irnn | 2 |") for row in rows)
+    assert (tmp_path / "out" / "figures" / "diagnostics" / "smnist-compared.png").stat().st_size > 1000
+    assert "(figures/diagnostics/smnist-compared.png)" in md
+
+
 def test_cli_report(sweep, tmp_path, capsys):
     assert main(["report", str(sweep), "-o", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out

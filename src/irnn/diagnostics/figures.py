@@ -144,6 +144,46 @@ def comparison_figure(curves: Sequence[Tuple[str, Sequence[float]]], path: Path,
                             "||dLoss/dh_t||", title, log=True)
 
 
+def settings_figure(groups: Dict[str, Sequence[Sequence[Dict]]], path: Path, title: str) -> Path:
+    """Several settings side by side, each over its seeds (``groups``: label -> one list of epoch
+    records per seed). One panel per epoch that every seed of every setting has, with the top
+    layer's ``||dLoss/dh_t||`` (geometric mean over seeds, band from the lowest to the highest
+    seed); a last panel with the top layer's dead-unit fraction against epoch (mean, seeds as dots)."""
+    plt = _pyplot()
+    by_epoch = {label: [{r["epoch"]: r for r in seed} for seed in seeds] for label, seeds in groups.items()}
+    epochs = sorted(set.intersection(*(set(seed) for seeds in by_epoch.values() for seed in seeds)))
+    fig, axes = plt.subplots(1, len(epochs) + 1, figsize=(3.8 * (len(epochs) + 1), 3.8), dpi=120, squeeze=False)
+    for col, epoch in enumerate(epochs):
+        ax = axes[0][col]
+        for index, (label, seeds) in enumerate(by_epoch.items()):
+            curves = np.log10(np.maximum([seed[epoch]["layers"][-1]["grad_norm"] for seed in seeds], 1e-300))
+            t = np.arange(1, curves.shape[1] + 1)
+            ax.plot(t, 10 ** curves.mean(axis=0), color=f"C{index}", lw=1, label=f"{label} ({len(seeds)} seeds)")
+            if len(seeds) > 1:
+                ax.fill_between(t, 10 ** curves.min(axis=0), 10 ** curves.max(axis=0), color=f"C{index}",
+                                alpha=0.2, lw=0)
+        ax.set_yscale("log")
+        ax.set_title(f"epoch {epoch}", fontsize=9)
+        ax.set_xlabel("time step t")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("||dLoss/dh_t||")
+    axes[0][0].legend(fontsize=7)
+    ax = axes[0][-1]
+    for index, (label, seeds) in enumerate(by_epoch.items()):
+        dead = np.array([[100 * seed[e]["layers"][-1]["dead_fraction"] for e in epochs] for seed in seeds])
+        ax.plot(epochs, dead.mean(axis=0), color=f"C{index}", marker="o", label=label)
+        for row in dead:
+            ax.scatter(epochs, row, color=f"C{index}", s=10, alpha=0.6)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dead units (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("units never active", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 # file name -> drawing function, for one run's folder (names are part of the documented interface)
 RUN_FIGURES = {
     "grad_norm.png": grad_norm_figure,

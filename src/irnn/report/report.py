@@ -249,8 +249,9 @@ def _section_blocks(section: Section, out_dir: Path) -> List[Block]:
 
 
 def _diagnostics_blocks(section: Section, out_dir: Path) -> List[Block]:
-    """The diagnostics figures of the lowest seed of each setting that has them."""
-    blocks: List[Block] = []
+    """The settings' diagnostics compared over seeds, then the figures of the lowest seed of each
+    setting that has them."""
+    blocks: List[Block] = _diagnostics_comparison(section, out_dir)
     for setting in section.settings:
         run = next((r for r in setting.runs if sorted((r.path / DIAGNOSTICS_DIR).glob("*.png"))), None)
         if run is None:
@@ -267,6 +268,42 @@ def _diagnostics_blocks(section: Section, out_dir: Path) -> List[Block]:
             shutil.copyfile(png, target / png.name)
             blocks.append(Block("figure", f"{setting.label}: {png.stem.replace('_', ' ')}", path=target / png.name))
     return blocks
+
+
+def _diagnostics_comparison(section: Section, out_dir: Path) -> List[Block]:
+    """Where two or more settings have diagnostics records: a figure of their gradient norms per
+    step and dead units over the diagnosed epochs, and a table of the per-epoch numbers over seeds.
+    Only seeds with records count; only epochs every one of them has are compared."""
+    from ..diagnostics.figures import settings_figure
+    from ..diagnostics.runs import load_epoch_records
+
+    groups = {}
+    for setting in section.settings:
+        seeds = [records for records in (load_epoch_records(r.path / DIAGNOSTICS_DIR) for r in setting.runs) if records]
+        if seeds:
+            groups[setting.label] = seeds
+    epochs = sorted(set.intersection(*({r["epoch"] for r in seed} for seeds in groups.values() for seed in seeds))) \
+        if groups else []
+    if len(groups) < 2 or not epochs:
+        return []
+    path = out_dir / FIGURES / DIAGNOSTICS_DIR / f"{section.slug}-compared.png"
+    settings_figure(groups, path, f"{section.title}: gradient flow and dead units, settings compared")
+    rows = []
+    for label, seeds in groups.items():
+        for epoch in epochs:
+            layers = [next(r for r in seed if r["epoch"] == epoch)["layers"][-1] for seed in seeds]
+            rows.append([label, str(epoch), str(len(seeds)),
+                         format_spread([100 * x["dead_fraction"] for x in layers], lambda v: f"{v:.0f}"),
+                         format_spread([x["grad_norm_first_over_last"] for x in layers], lambda v: f"{v:.3g}"),
+                         format_spread([x["spectral_radius"] for x in layers], lambda v: f"{v:.3f}")])
+    head = ["setting", "epoch", "seeds", "dead units (%)", "‖dL/dh_1‖ / ‖dL/dh_T‖", "spectral radius of W_hh"]
+    return [Block("h3", "Diagnostics"),
+            Block("p", "Top recurrent layer, on the fixed validation batch of `irnn diagnose`, mean ± std over "
+                       "seeds. A dead unit is never positive on any step of any sequence of the batch (it gets "
+                       "no gradient); the gradient ratio compares how strongly the loss reaches the first step "
+                       "with the last (near 1: the gradient spans the sequence; far below: it vanishes)."),
+            Block("table", head=head, rows=rows),
+            Block("figure", f"{section.title}: gradient flow and dead units, settings compared", path=path)]
 
 
 # ------------------------------------------------------------------------------------ rendering
