@@ -122,6 +122,33 @@ def test_persistent_non_finite_loss_stops_clearly_and_keeps_finished_epochs(tmp_
     assert [r["epoch"] for r in read_metrics(out)] == [1]
 
 
+def test_repeated_rollbacks_to_one_checkpoint_keep_lowering_the_rate(tmp_path, monkeypatch):
+    # Epoch 2 fails twice, then trains: its rate must be halved twice, not halved from the
+    # checkpoint's rate each time (which would replay the failing epoch at the same rate).
+    failures = {"left": 2}
+    original = SequentialMNIST.loss
+    batches_per_epoch = QUICK["limit_train"] // QUICK["batch_size"]
+    calls = {"n": 0}
+
+    def failing_twice(self, output, target):
+        loss = original(self, output, target)
+        if not torch.is_grad_enabled():  # evaluation
+            return loss
+        calls["n"] += 1
+        if calls["n"] > batches_per_epoch and failures["left"]:
+            failures["left"] -= 1
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(SequentialMNIST, "loss", failing_twice)
+    logs = []
+    history = train(TrainConfig(act="elu", **dict(QUICK, epochs=2, max_rollbacks=2)), tmp_path / "run",
+                    progress=False, log=logs.append)
+    assert history[1]["rollbacks"] == 2 and history[1]["lr"] == pytest.approx(QUICK["lr"] * 0.25)
+    assert [line.split("rate to ")[1].split(" ")[0] for line in logs if "rolled back" in line] == [
+        f"{QUICK['lr'] * 0.5:.3g}", f"{QUICK['lr'] * 0.25:.3g}"]
+
+
 def test_resume_refuses_other_settings_and_missing_runs(tmp_path):
     out = tmp_path / "run"
     cfg = TrainConfig(act="elu", **dict(QUICK, epochs=1, limit_train=100, limit_test=50))

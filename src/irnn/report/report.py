@@ -11,6 +11,8 @@ For each task (a task at one sequence length is its own section) the report has
 * for each pair of settings that differ in exactly one option (``act=elu`` vs ``act=relu``), the
   difference of their mean honest scores with a 95% Welch t confidence interval (n/a with fewer
   than two seeds on a side);
+* where two or more settings have diagnostics records, those settings compared over seeds (a table
+  and a figure of dead units and gradient norm per step at each diagnosed epoch);
 * the gradient-flow figures of ``irnn diagnose`` where a run has them (``RUN_DIR/diagnostics``),
   for the lowest seed of each setting (the others are in their run directories).
 

@@ -131,8 +131,11 @@ def train(config: TrainConfig, out_dir, *, resume: bool = False, progress: bool 
                 raise TrainingDiverged(
                     f"loss became non-finite in epoch {epoch} again after {config.max_rollbacks} rollback(s); "
                     f"epochs 1-{epoch - 1} are kept in {out}; try a lower --lr or a tighter --clip")
+            failed_lr = optimizer.param_groups[0]["lr"]
             restore(load_checkpoint(ckpt_path))
-            new_lr = set_lr(optimizer, factor=config.lr_factor)
+            # Start from the rate that just failed, not the checkpoint's: a second rollback to the
+            # same checkpoint would otherwise replay the same batches at the same rate and fail alike.
+            new_lr = set_lr(optimizer, factor=config.lr_factor * min(1.0, failed_lr / optimizer.param_groups[0]["lr"]))
             log(f"epoch {epoch}: non-finite loss; rolled back to the end of epoch {epoch - 1} "
                 f"and lowered the learning rate to {new_lr:.3g} (rollback {rollbacks}/{config.max_rollbacks})")
             continue
