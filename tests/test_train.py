@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,6 +148,17 @@ def test_repeated_rollbacks_to_one_checkpoint_keep_lowering_the_rate(tmp_path, m
     assert history[1]["rollbacks"] == 2 and history[1]["lr"] == pytest.approx(QUICK["lr"] * 0.25)
     assert [line.split("rate to ")[1].split(" ")[0] for line in logs if "rolled back" in line] == [
         f"{QUICK['lr'] * 0.5:.3g}", f"{QUICK['lr'] * 0.25:.3g}"]
+
+
+def test_run_record_names_the_data_source_without_the_home_folder(tmp_path, monkeypatch):
+    from conftest import SHARED_DATA
+
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: SHARED_DATA.parent))
+    out = tmp_path / "run"
+    train(TrainConfig(act="elu", **dict(QUICK, epochs=1, limit_train=100, limit_test=50)), out, progress=False,
+          log=lambda s: None)
+    source = json.loads((out / "config.json").read_text())["resolved"]["data_source"]
+    assert str(SHARED_DATA.parent) not in source and "~/data" in source
 
 
 def test_resume_refuses_other_settings_and_missing_runs(tmp_path):

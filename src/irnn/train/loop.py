@@ -267,7 +267,9 @@ def _config_record(config: TrainConfig, task: Task, info: Dict, model) -> Dict:
             "thresholds": list(task.thresholds),
             "activation": act.describe(), "threads": torch.get_num_threads(),
             "recurrence_backend": resolve_backend(probe, act) if config.model == "irnn" else "torch",
-            "parameters": sum(p.numel() for p in model.parameters()), **info,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            # Where the data came from, without the home folder: run records travel between machines.
+            **{k: v.replace(str(Path.home()), "~") if isinstance(v, str) else v for k, v in info.items()},
         },
         "versions": {"irnn": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
