@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench report clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/irnn bench --out results/bench/recurrence.jsonl
+
+# Rebuild every experiment's report (results/TASK/NAME/report) from the run logs committed there.
+report: $(STAMP)
+	for dir in $(patsubst %/sweep.json,%,$(wildcard results/*/*/sweep.json)); do \
+		$(BIN)/irnn report $$dir -o $$dir/report || exit 1; done
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache
