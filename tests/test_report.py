@@ -161,6 +161,13 @@ def test_diagnostics_are_compared_across_settings_over_seeds(sweep, tmp_path):
     assert "(figures/diagnostics/smnist-compared.png)" in md
 
 
+def test_runs_without_a_finished_epoch_are_named_not_summarised(sweep, tmp_path):
+    fake_run(sweep, "started", [], task="smnist", act="tanh", seed=0)
+    md = write_report([sweep], tmp_path / "out")[0].read_text()
+    assert "Left out, no finished epoch yet: ../sweep/started." in md
+    assert "act=tanh" not in md
+
+
 def test_cli_report(sweep, tmp_path, capsys):
     assert main(["report", str(sweep), "-o", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out

@@ -209,7 +209,10 @@ def write_report(paths: Sequence, out_dir: Path) -> List[Path]:
 
 
 def build_report(runs: Sequence[Run], out_dir: Path) -> List[Block]:
-    """The report's blocks; draws the figures into ``out_dir/figures``."""
+    """The report's blocks; draws the figures into ``out_dir/figures``. Runs without a finished
+    epoch (just started, or stopped in their first) are named, not summarised."""
+    empty = sorted(str(_relative(r.path, out_dir)) for r in runs if not r.metrics)
+    runs = [r for r in runs if r.metrics]
     sections = build_sections(runs)
     blocks = [Block("h1", "irnn report"), Block("p", (
         f"{len(runs)} runs, {sum(len(s.settings) for s in sections)} settings. Each row is the mean ± standard "
@@ -217,6 +220,8 @@ def build_report(runs: Sequence[Run], out_dir: Path) -> List[Block]:
         "with the best validation metric, the honest score; *best test* picks the epoch on the test set and is "
         "optimistic. Thresholds: epochs and wall seconds until the test metric first reached them, over the seeds "
         "that did. Curves: mean over seeds, band from the lowest to the highest seed."))]
+    if empty:
+        blocks.append(Block("p", f"Left out, no finished epoch yet: {', '.join(empty)}."))
     for section in sections:
         blocks += _section_blocks(section, out_dir)
     return blocks
